@@ -47,7 +47,7 @@ def main() -> int:
             start = time.perf_counter()
             try:
                 client.execute_cell(cell, index)
-            except Exception as exc:  # noqa: BLE001 - report any cell failure and stop
+            except Exception as exc:  # report any cell failure and stop
                 print(f"cell {index} FAILED:\n{cell.source[:400]}\n{exc}")
                 status = 1
                 break
