@@ -9,6 +9,9 @@ PAGES = $(shell grep -l "^kernelspec:" chapters/*.md)
 
 # No progress bars in the built HTML, nbval or CI logs (readers in Jupyter/Colab still get them).
 export STORYOPT_PROGRESS := 0
+# One intra-op thread: the same floats in the build and in nbval however busy the machine is, and
+# no oversubscription when pages, pytest and torchrun processes share the two cores.
+export OMP_NUM_THREADS := 1
 # Deterministic str hashing in every process the build and the tests start.
 export PYTHONHASHSEED := 0
 

@@ -30,6 +30,7 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ["STORYOPT_PROGRESS"] = "0"
+    os.environ["OMP_NUM_THREADS"] = "1"  # as the Makefile sets for the build and nbval
     nb = jupytext.read(args.page)
     client = NotebookClient(
         nb,
