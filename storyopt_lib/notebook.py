@@ -27,18 +27,21 @@ def progress_enabled(flag: bool | None = None) -> bool:
     return os.environ.get("STORYOPT_PROGRESS", "1") != "0"
 
 
-def glue(name: str, value: Any, display: bool = False) -> Any:
-    """Store ``value`` under ``name`` for ``{glue}`` in the page's prose; return ``value``.
+def glue(name: str, value: Any, display: bool = False) -> None:
+    """Store ``value`` under ``name`` for ``{glue}`` in the page's prose.
 
     In the book build this is ``myst_nb.glue``. Without MyST-NB (Colab, a bare Jupyter) nothing is
-    stored, and the reader still sees the value wherever the page prints it.
+    stored, and the reader still sees the value wherever the page prints it. NumPy and 0-dim torch
+    scalars are stored as plain Python numbers, so ``{glue:text}`name:.3f``` can format them.
+    Returns ``None``, so a cell ending in ``glue(...)`` prints nothing.
     """
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     try:
         from myst_nb import glue as _glue
     except ImportError:
-        return value
+        return
     _glue(name, value, display=display)
-    return value
 
 
 def setup_plots() -> None:
