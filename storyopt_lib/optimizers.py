@@ -54,6 +54,52 @@ def _copy(x: Array) -> Array:
     return x.clone() if isinstance(x, torch.Tensor) else x.copy()
 
 
+def _xp(x: Array) -> Any:
+    """The array library of ``x``: torch or NumPy name the functions used here alike
+    (``multiply``, ``subtract``, ``divide``, ``sqrt``) and both take ``out=``."""
+    return torch if isinstance(x, torch.Tensor) else np
+
+
+# Why a workspace: written as plain expressions (``param -= lr * grad``) each rule would allocate
+# a few parameter-sized temporaries per step, and with glibc's default malloc every one of them
+# page-faults its memory back in; that, not arithmetic, made a step 3-6x slower than torch.optim
+# (benchmarks/bench_optimizers.py). So the rules write intermediates into two scratch arrays,
+# ``workspace`` of shape (2, *param.shape), with in-place operators and ``out=``. The wrappers keep
+# one buffer per array type, dtype and device, shared by all parameters: scratch, not optimizer
+# state (not saved in ``state_dict``, not counted by ``state_bytes``).
+
+
+def _workspace(like: Array, cache: dict | None = None) -> Array:
+    """Scratch of shape (2, *like.shape), a view of a buffer in ``cache`` (grown as needed)."""
+    n = 2 * math.prod(like.shape)
+    key = (type(like), like.dtype, getattr(like, "device", None))
+    flat = None if cache is None else cache.get(key)
+    if flat is None or flat.shape[0] < n:
+        if isinstance(like, torch.Tensor):
+            flat = torch.empty(n, dtype=like.dtype, device=like.device)
+        else:
+            flat = np.empty(n, dtype=like.dtype)
+        if cache is not None:
+            cache[key] = flat
+    return flat[:n].reshape(2, *like.shape)
+
+
+def _with_l2(grad: Array, param: Array, weight_decay: float, out: Array) -> Array:
+    """g + λθ, written into ``out`` (the caller's ``grad`` is left as it is)."""
+    _xp(param).multiply(param, weight_decay, out=out)
+    out += grad
+    return out
+
+
+def _descend(param: Array, lr: float, direction: Array, tmp: Array) -> None:
+    """θ ← θ − η d in place: one fused pass in torch (``add_`` with ``alpha``, as torch.optim
+    does); NumPy has no fused form, so η d goes through ``tmp`` (may be ``direction`` itself)."""
+    if isinstance(param, torch.Tensor):
+        param.add_(direction, alpha=-lr)
+    else:
+        param -= np.multiply(direction, lr, out=tmp)
+
+
 # ---------------------------------------------------------------------------------------------
 # Update rules: one array, in place. The state arrays are updated in place too.
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +114,7 @@ def sgd_update(
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    workspace: Array | None = None,
 ) -> Array | None:
     """SGD with momentum, PyTorch's form (dampening 0); returns the momentum buffer.
 
@@ -75,17 +122,23 @@ def sgd_update(
     θ ← θ − η d.  Symbols: η ``lr``, μ ``momentum``, λ ``weight_decay`` (L2 added to the
     gradient), b ``momentum_buffer``. The buffer holds gradients, not steps, so a new η applies
     to the whole buffer at once (``sgd_momentum_seed_form`` differs exactly there).
+    ``workspace``: optional scratch of shape (2, *param.shape) for intermediates (overwritten).
     """
+    tmp, l2_grad = workspace if workspace is not None else _workspace(param)
     if weight_decay != 0:
-        grad = grad + weight_decay * param
+        grad = _with_l2(grad, param, weight_decay, out=l2_grad)
     if momentum != 0:
         if momentum_buffer is None:
             momentum_buffer = _copy(grad)
         else:
             momentum_buffer *= momentum
             momentum_buffer += grad
-        grad = grad + momentum * momentum_buffer if nesterov else momentum_buffer
-    param -= lr * grad
+        if nesterov:  # θ ← θ − ηg − ημb: two steps, so d = g + μb needs no array of its own
+            _descend(param, lr, grad, tmp)
+            _descend(param, lr * momentum, momentum_buffer, tmp)
+            return momentum_buffer
+        grad = momentum_buffer
+    _descend(param, lr, grad, tmp)
     return momentum_buffer
 
 
@@ -133,20 +186,24 @@ def adagrad_update(
     lr_decay: float = 0.0,
     eps: float = 1e-10,
     weight_decay: float = 0.0,
+    workspace: Array | None = None,
 ) -> None:
     """Adagrad (Duchi et al. 2011), PyTorch's form (ε outside the square root).
 
     g ← g + λθ;  η_t = η / (1 + (t − 1)·δ);  s ← s + g²;  θ ← θ − η_t g / (√s + ε).
     Symbols: η ``lr``, δ ``lr_decay``, ε ``eps``, λ ``weight_decay``, s ``sum`` (starts at
     ``initial_accumulator_value``), t the 1-based ``step``.
+    ``workspace``: optional scratch of shape (2, *param.shape) for intermediates (overwritten).
     """
+    xp = _xp(param)
+    tmp, l2_grad = workspace if workspace is not None else _workspace(param)
     if weight_decay != 0:
-        grad = grad + weight_decay * param
+        grad = _with_l2(grad, param, weight_decay, out=l2_grad)
     clr = lr / (1 + (step - 1) * lr_decay)
-    state_sum += grad * grad
-    std = state_sum**0.5
+    state_sum += xp.multiply(grad, grad, out=tmp)
+    std = xp.sqrt(state_sum, out=tmp)
     std += eps
-    param -= clr * (grad / std)
+    _descend(param, clr, xp.divide(grad, std, out=tmp), tmp)
 
 
 def rmsprop_update(
@@ -158,20 +215,26 @@ def rmsprop_update(
     alpha: float = 0.99,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
+    workspace: Array | None = None,
 ) -> None:
     """RMSprop (Hinton 2012), non-centered, no momentum; ε outside the square root (PyTorch).
 
     g ← g + λθ;  v ← αv + (1 − α)g²;  θ ← θ − η g / (√v + ε).
     Symbols: η ``lr``, α ``alpha`` (the source chapter's β), ε ``eps``, λ ``weight_decay``,
     v ``square_avg``.
+    ``workspace``: optional scratch of shape (2, *param.shape) for intermediates (overwritten).
     """
+    xp = _xp(param)
+    tmp, l2_grad = workspace if workspace is not None else _workspace(param)
     if weight_decay != 0:
-        grad = grad + weight_decay * param
+        grad = _with_l2(grad, param, weight_decay, out=l2_grad)
     square_avg *= alpha
-    square_avg += (1 - alpha) * grad**2
-    avg = square_avg**0.5
+    grad_sq = xp.multiply(grad, grad, out=tmp)
+    grad_sq *= 1 - alpha
+    square_avg += grad_sq
+    avg = xp.sqrt(square_avg, out=tmp)
     avg += eps
-    param -= lr * (grad / avg)
+    _descend(param, lr, xp.divide(grad, avg, out=tmp), tmp)
 
 
 def adam_update(
@@ -185,6 +248,7 @@ def adam_update(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
+    workspace: Array | None = None,
 ) -> None:
     """Adam (Kingma & Ba 2015), as PyTorch's single-tensor implementation.
 
@@ -193,22 +257,28 @@ def adam_update(
     Symbols: η ``lr``, (β₁, β₂) ``betas``, ε ``eps``, λ ``weight_decay``, m ``exp_avg``,
     v ``exp_avg_sq``, t the 1-based ``step``. As in PyTorch, ε is added to √v / √(1 − β₂ᵗ)
     (= √v̂ of the paper) and the β₁ correction is folded into the step size.
+    ``workspace``: optional scratch of shape (2, *param.shape) for intermediates (overwritten).
     """
+    xp = _xp(param)
+    tmp, l2_grad = workspace if workspace is not None else _workspace(param)
     beta1, beta2 = betas
     if weight_decay != 0:
-        grad = grad + weight_decay * param
-    exp_avg += (1 - beta1) * (grad - exp_avg)  # = β₁m + (1 − β₁)g, rounded as torch's lerp_
+        grad = _with_l2(grad, param, weight_decay, out=l2_grad)
+    diff = xp.subtract(grad, exp_avg, out=tmp)
+    diff *= 1 - beta1
+    exp_avg += diff  # = β₁m + (1 − β₁)g, rounded as torch's lerp_
+    grad_sq = xp.multiply(grad, grad, out=tmp)
+    grad_sq *= 1 - beta2
     exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * (grad * grad)
+    exp_avg_sq += grad_sq
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     step_size = lr / bias_correction1
-    # In place on the fresh array `denom`: fewer temporaries, PyTorch's order of operations
-    # (rounding differences compound over steps where v is tiny).
-    denom = exp_avg_sq**0.5
+    # PyTorch's order of operations: rounding differences compound over steps where v is tiny.
+    denom = xp.sqrt(exp_avg_sq, out=tmp)
     denom /= bias_correction2**0.5
     denom += eps
-    param -= step_size * exp_avg / denom
+    _descend(param, step_size, xp.divide(exp_avg, denom, out=tmp), tmp)
 
 
 def adamw_update(
@@ -222,15 +292,19 @@ def adamw_update(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 1e-2,
+    workspace: Array | None = None,
 ) -> None:
     """AdamW (Loshchilov & Hutter 2019): decoupled decay θ ← θ(1 − ηλ), then an Adam step.
 
     λ is ``weight_decay``, applied to θ directly, not added to g: unlike L2 inside Adam it is not
     divided by √v, so every weight decays at the same relative rate ηλ per step.
+    ``workspace``: optional scratch of shape (2, *param.shape) for intermediates (overwritten).
     """
     if weight_decay != 0:
         param *= 1 - lr * weight_decay
-    adam_update(param, grad, exp_avg, exp_avg_sq, step, lr=lr, betas=betas, eps=eps)
+    adam_update(
+        param, grad, exp_avg, exp_avg_sq, step, lr=lr, betas=betas, eps=eps, workspace=workspace
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +387,7 @@ class _FromScratch:
             _check_array(f"params[{i}]", p)
         self.params = params
         self.state: list[dict[str, Any]] = [{} for _ in params]
+        self.workspaces: dict = {}  # scratch shared by all parameters, see ``_workspace``
 
     @property
     def lr(self) -> float:
@@ -339,10 +414,10 @@ class _FromScratch:
                 )
         with torch.no_grad():
             for p, g, state in zip(self.params, grads, self.state, strict=True):
-                self.update(p, g, state, self.hparams)
+                self.update(p, g, state, self.hparams, _workspace(p, self.workspaces))
 
     @staticmethod
-    def update(param: Array, grad: Array, state: dict, hp: dict) -> None:
+    def update(param: Array, grad: Array, state: dict, hp: dict, workspace: Array) -> None:
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -390,8 +465,8 @@ class SGD(_FromScratch):
         )
 
     @staticmethod
-    def update(param: Array, grad: Array, state: dict, hp: dict) -> None:
-        buf = sgd_update(param, grad, state.get("momentum_buffer"), **hp)
+    def update(param: Array, grad: Array, state: dict, hp: dict, workspace: Array) -> None:
+        buf = sgd_update(param, grad, state.get("momentum_buffer"), **hp, workspace=workspace)
         if buf is not None:
             state["momentum_buffer"] = buf
 
@@ -426,7 +501,7 @@ class Adagrad(_FromScratch):
         )
 
     @staticmethod
-    def update(param: Array, grad: Array, state: dict, hp: dict) -> None:
+    def update(param: Array, grad: Array, state: dict, hp: dict, workspace: Array) -> None:
         if not state:
             state["step"] = 0
             state["sum"] = _zeros_like(param) + hp["initial_accumulator_value"]
@@ -440,6 +515,7 @@ class Adagrad(_FromScratch):
             lr_decay=hp["lr_decay"],
             eps=hp["eps"],
             weight_decay=hp["weight_decay"],
+            workspace=workspace,
         )
 
 
@@ -464,12 +540,12 @@ class RMSprop(_FromScratch):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
 
     @staticmethod
-    def update(param: Array, grad: Array, state: dict, hp: dict) -> None:
+    def update(param: Array, grad: Array, state: dict, hp: dict, workspace: Array) -> None:
         if not state:
             state["step"] = 0
             state["square_avg"] = _zeros_like(param)
         state["step"] += 1
-        rmsprop_update(param, grad, state["square_avg"], **hp)
+        rmsprop_update(param, grad, state["square_avg"], **hp, workspace=workspace)
 
 
 class Adam(_FromScratch):
@@ -494,13 +570,14 @@ class Adam(_FromScratch):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
     @classmethod
-    def update(cls, param: Array, grad: Array, state: dict, hp: dict) -> None:
+    def update(cls, param: Array, grad: Array, state: dict, hp: dict, workspace: Array) -> None:
         if not state:
             state["step"] = 0
             state["exp_avg"] = _zeros_like(param)
             state["exp_avg_sq"] = _zeros_like(param)
         state["step"] += 1
-        cls._rule(param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"], **hp)
+        m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        cls._rule(param, grad, m, v, t, **hp, workspace=workspace)
 
 
 class AdamW(Adam):
@@ -566,6 +643,15 @@ class ScratchOptimizer(torch.optim.Optimizer):
         self.algorithm = get_algorithm(algorithm)
         defaults = _check_hparams(self.algorithm.defaults, hparams, self.algorithm.__name__)
         super().__init__(params, defaults)
+        self.workspaces: dict = {}  # scratch shared by all parameters, see ``_workspace``
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch's keeps defaults, state and param_groups; copies also need the rule (not scratch)
+        return {**super().__getstate__(), "algorithm": self.algorithm}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.workspaces = {}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         hp = {k: v for k, v in param_group.items() if k in self.defaults}
@@ -590,7 +676,8 @@ class ScratchOptimizer(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise TypeError("Invalid grad: sparse gradients are not supported")
-                self.algorithm.update(p, p.grad, self.state[p], hp)
+                workspace = _workspace(p, self.workspaces)
+                self.algorithm.update(p, p.grad, self.state[p], hp, workspace)
         return loss
 
 
