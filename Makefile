@@ -49,7 +49,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest tests
 
 nbval: $(STAMP)
-	$(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=300 -p no:cacheprovider \
+	$(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=300 -p no:cacheprovider -p tests.nbval_glue \
 		-o testpaths= _build/jupyter_execute/chapters
 
 serve: $(STAMP)

@@ -6,14 +6,20 @@
 2. Duplicate inline scripts. With this Jupyter Book 1 stack, sphinx-thebe's configuration script
    (`const THEBE_JS_URL = ...`) is registered twice, and the second `const` declaration is an
    uncaught SyntaxError on every page. Identical script entries are kept once.
+3. Merged stream outputs. MyST-NB 1.4 merges a cell's stdout pieces for display by appending to
+   the first piece in place, so the notebook it saves to _build/jupyter_execute holds the merged
+   text and the pieces again: nbval then sees every printed line twice. The merge is made to work
+   on a copy, so the saved notebook keeps the outputs exactly as the kernel sent them.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
 from docutils import nodes
+from myst_nb.core import render as _mystnb_render
 
 CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]"
 CJK_CHAR = re.compile(CJK)
@@ -59,7 +65,15 @@ def dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict, do
     scripts[:] = unique  # in place: later handlers (MathJax) add to this same list
 
 
+_coalesce_streams = _mystnb_render.coalesce_streams
+
+
+def coalesce_streams_on_a_copy(outputs: list) -> list:
+    return _coalesce_streams(copy.deepcopy(outputs))
+
+
 def setup(app: Any) -> dict:
+    _mystnb_render.coalesce_streams = coalesce_streams_on_a_copy
     app.connect("doctree-read", join_cjk_soft_breaks)
     # Before other handlers: html-page-context stops at the first handler that returns a value.
     app.connect("html-page-context", dedupe_scripts, priority=100)

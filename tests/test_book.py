@@ -130,3 +130,13 @@ def test_mathjax_is_served_by_the_book(built_html: Path) -> None:
     assert "_static/mathjax/tex-chtml.js" in html
     assert (built_html / "_static/mathjax/tex-chtml.js").exists()
     assert "cdn.jsdelivr" not in html and "cdnjs" not in html
+
+
+def test_every_reference_is_cited_and_every_citation_exists() -> None:
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (ROOT / "references.bib").read_text(), re.M))
+    cited: set[str] = set()
+    for page in (ROOT / "chapters").glob("*.md"):
+        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", page.read_text(encoding="utf-8")):
+            cited.update(key.strip() for key in group.split(","))
+    assert cited - keys == set(), f"cited but not in references.bib: {sorted(cited - keys)}"
+    assert keys - cited == set(), f"in references.bib but cited nowhere: {sorted(keys - cited)}"
