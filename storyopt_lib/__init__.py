@@ -9,9 +9,12 @@ Modules (each small enough to read in one sitting):
 - ``surfaces``: 2-D loss surfaces (ill-conditioned quadratic, Rosenbrock) for trajectories.
 - ``data``: a generated Chinese story corpus, a character tokenizer, datasets and loaders.
 - ``model``: ``StorytellerModel``, a small causal GPT.
-- ``training``: the mixed-precision training loop, checkpoints and exact resume.
+- ``training``: the mixed-precision training loop and exact resume; ``checkpoint`` (atomic,
+  ``weights_only`` checkpoint files) and ``history`` (per-update records, plots, JSON) beside it.
 - ``train``: the command line (``python -m storyopt_lib.train``), also under ``torchrun``.
 - ``exercises``: checkers for the end-of-chapter exercises.
+- ``diagnostics``: loss-landscape slices, per-layer statistics of deep MLPs, residual-stream scale.
+- ``viz``: optimizer trajectories drawn over a surface's contours.
 - ``notebook``: helpers for the book's pages (glue, progress bars, plot style).
 """
 
