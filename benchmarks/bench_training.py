@@ -85,7 +85,7 @@ def with_train(model, loader, steps: int, device, lr: float, total: int, precisi
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    ap.add_argument("--steps", type=int, default=120, help="timed steps per run (30 was too noisy)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop")
     ap.add_argument("--precision-steps", type=int, default=4, help="steps per precision")
     args = ap.parse_args()
