@@ -31,7 +31,7 @@ book: $(STAMP)
 	@echo "The book is in _build/html. Open _build/html/index.html in a browser, or run 'make serve'."
 
 notebooks: $(STAMP)
-	$(BIN)/jupytext --quiet --to ipynb $(PAGES)
+	$(BIN)/jupytext --quiet --update --to ipynb $(PAGES)  # --update keeps existing cell ids: no noisy diffs
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
