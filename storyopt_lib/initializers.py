@@ -35,15 +35,16 @@ __all__ = [
 
 INIT_SCHEMES = ("normal", "xavier", "kaiming", "orthogonal", "gpt2")
 
-# Normalization layers whose weight starts at 1 and bias at 0 in every scheme.
-_NORM_TYPES: tuple[type, ...] = (
+# Normalization layers: weight 1 and bias 0 in every init scheme; never weight-decayed
+# (optimizers.param_groups uses the same tuple).
+NORM_TYPES: tuple[type, ...] = (
     nn.LayerNorm,
     nn.GroupNorm,
     nn.LocalResponseNorm,
     nn.modules.batchnorm._NormBase,
 )
 if hasattr(nn, "RMSNorm"):
-    _NORM_TYPES = (*_NORM_TYPES, nn.RMSNorm)
+    NORM_TYPES = (*NORM_TYPES, nn.RMSNorm)
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -279,7 +280,7 @@ def init_weights(
                     _init_linear_like(m.weight, scheme, std)
             if once(m.bias):
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, _NORM_TYPES):
+        elif isinstance(m, NORM_TYPES):
             if once(getattr(m, "weight", None)):
                 nn.init.ones_(m.weight)
             if once(getattr(m, "bias", None)):

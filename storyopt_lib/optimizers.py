@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .initializers import NORM_TYPES
+
 __all__ = [
     "OPTIMIZER_NAMES",
     "SGD",
@@ -684,15 +686,6 @@ class ScratchOptimizer(torch.optim.Optimizer):
 # ---------------------------------------------------------------------------------------------
 # Parameter groups, torch optimizers, state memory
 # ---------------------------------------------------------------------------------------------
-
-NORM_TYPES: tuple[type, ...] = (
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.modules.batchnorm._NormBase,
-)
-if hasattr(nn, "RMSNorm"):
-    NORM_TYPES = (*NORM_TYPES, nn.RMSNorm)
 
 
 def _decay_table(model: nn.Module) -> list[tuple[str, nn.Parameter, bool]]:
